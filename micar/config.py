@@ -198,6 +198,12 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it spells.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
         return float(value)
@@ -226,19 +232,32 @@ def _build(cls: type, data: dict, source: str, prefix: str = "") -> Any:
 
 def _validate(obj: Any, source: str, prefix: str) -> None:
     """Cross-field checks that a type alone cannot express."""
+
     def need(cond: bool, key: str, msg: str) -> None:
         if not cond:
             raise ConfigError(f"{source}: {prefix}{key} {msg}")
 
     if isinstance(obj, ModelConfig):
-        need(obj.d_model % obj.num_heads == 0, "d_model", f"({obj.d_model}) must be divisible by num_heads ({obj.num_heads})")
-        need(obj.d_latent % obj.num_heads == 0, "d_latent", f"({obj.d_latent}) must be divisible by num_heads ({obj.num_heads})")
+        need(
+            obj.d_model % obj.num_heads == 0,
+            "d_model",
+            f"({obj.d_model}) must be divisible by num_heads ({obj.num_heads})",
+        )
+        need(
+            obj.d_latent % obj.num_heads == 0,
+            "d_latent",
+            f"({obj.d_latent}) must be divisible by num_heads ({obj.num_heads})",
+        )
         need(
             obj.qk_nope_dim + obj.qk_rope_dim == obj.d_latent // obj.num_heads,
             "qk_nope_dim",
             f"+ qk_rope_dim ({obj.qk_nope_dim} + {obj.qk_rope_dim}) must equal d_latent / num_heads ({obj.d_latent // obj.num_heads})",
         )
-        need(obj.qk_rope_dim % 4 == 0, "qk_rope_dim", "must be a multiple of 4 (half of it is rotated in pairs)")
+        need(
+            obj.qk_rope_dim % 4 == 0,
+            "qk_rope_dim",
+            "must be a multiple of 4 (half of it is rotated in pairs)",
+        )
         need(obj.num_layers >= 1, "num_layers", "must be >= 1")
         need(obj.text_seq_len >= 3, "text_seq_len", "must be >= 3")
         need(0 <= obj.dropout < 1 and 0 <= obj.attention_dropout < 1, "dropout", "must be in [0, 1)")
@@ -287,7 +306,9 @@ def apply_overrides(data: dict, overrides: list[str] | dict[str, Any] | None) ->
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> MicarConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> MicarConfig:
     """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
     data: dict = {}
     source = "<defaults>"

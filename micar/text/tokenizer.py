@@ -40,7 +40,9 @@ def make_tokenizer(token2id: dict[str, int]) -> PreTrainedTokenizerFast:
     """A fast word-level tokenizer over ``token2id`` (which must hold the four specials)."""
     for i, tok in enumerate(SPECIALS):
         if token2id.get(tok) != i:
-            raise ValueError(f"vocabulary must map {tok} to {i} (the published id scheme), got {token2id.get(tok)}")
+            raise ValueError(
+                f"vocabulary must map {tok} to {i} (the published id scheme), got {token2id.get(tok)}"
+            )
     ids = sorted(token2id.values())
     if ids != list(range(len(ids))):
         raise ValueError("vocabulary ids must be 0..V-1 without gaps")
@@ -83,7 +85,9 @@ def load_published_vocab(token2id_path: str | Path, id2token_path: str | Path) -
         raise ValueError(f"{token2id_path} / {id2token_path}: expected JSON objects")
     for key, tok in i2t.items():
         if t2i.get(tok) != int(key):
-            raise ValueError(f"{id2token_path}: id {key} -> {tok!r} disagrees with {token2id_path} ({t2i.get(tok)})")
+            raise ValueError(
+                f"{id2token_path}: id {key} -> {tok!r} disagrees with {token2id_path} ({t2i.get(tok)})"
+            )
     if len(i2t) != len(t2i):
         raise ValueError(f"{token2id_path} has {len(t2i)} tokens but {id2token_path} has {len(i2t)}")
     return make_tokenizer({str(k): int(v) for k, v in t2i.items()})
