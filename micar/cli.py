@@ -14,6 +14,7 @@ from micar.config import ConfigError
 # Subcommand modules, in the order `micar --help` lists them.
 COMMANDS = [
     "demo",
+    "phantom",
     "prepare",
     "train",
     "evaluate",
@@ -26,7 +27,10 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="micar", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="micar",
+        description="MicarVLMoE experiment platform: prepare data, train, evaluate, generate, score.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
