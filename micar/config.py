@@ -95,6 +95,8 @@ class DataConfig:
     resize_size: int = 232
     # Optional cap on rows read per split (0 = all); handy for smoke runs.
     max_rows: int = 0
+    # Rows in each training worker's local shuffle buffer (seeded by train.seed + epoch; 0 = no shuffle).
+    shuffle_buffer: int = 1024
 
 
 # ----------------------------------------------------------------------------- training
