@@ -67,7 +67,7 @@ def write_raw(raw: Path, *, layout: str, n: int, seed: int) -> None:
 
 
 def prepare(raw: Path, prepared: Path, *, image_size: int, resize_size: int) -> dict:
-    from micar.commands.prepare import init_ray, summary
+    from micar.commands.prepare import summary
     from pipelines import get_pipeline
     from pipelines.phantom import read_phantom_meta
     from pipelines.runner import prepare as run_prepare
@@ -80,7 +80,6 @@ def prepare(raw: Path, prepared: Path, *, image_size: int, resize_size: int) -> 
             _done(start, "already prepared")
             return manifest
     meta = read_phantom_meta(raw)
-    init_ray()
     manifest = run_prepare(
         get_pipeline(meta["layout"]),
         raw,
@@ -137,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.workers={args.workers}")
     cfg = load_config(args.config, overrides)
 
+    from micar.ray_session import ensure_ray
+
+    # One Ray session for every step, sized for the training workers plus Ray Data tasks.
+    ensure_ray(min_cpus=cfg.train.workers * cfg.train.cpus_per_worker + 2)
     write_raw(raw, layout=args.layout, n=args.n, seed=args.seed)
     prepare(raw, prepared, image_size=cfg.data.image_size, resize_size=cfg.data.resize_size)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +40,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def init_ray(address: str | None = None) -> None:
-    """Start or join Ray unless it is already initialised (``RAY_ADDRESS`` is honoured)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(include_dashboard=False)
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -70,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         extra_manifest = {"phantom": meta}
     else:
         pipeline = get_pipeline(args.source)
-    init_ray(args.address)
+    from micar.ray_session import ensure_ray
+
+    ensure_ray(args.address)
     manifest = prepare(
         pipeline,
         args.raw,

@@ -67,6 +67,11 @@ def load_manifest(prepared_dir: str | Path) -> Manifest:
     for key in ("dataset", "image_size"):
         if key not in raw:
             raise ValueError(f"{mf}: missing key {key!r}")
+    if raw["image_size"] is None:
+        raise ValueError(
+            f"{path} was prepared with --no-resize (images keep their own sizes); training and "
+            "evaluation batch square images of one size: re-run `micar prepare` without --no-resize"
+        )
     return Manifest(
         path=path,
         dataset=str(raw["dataset"]),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -86,23 +85,6 @@ def resolve_config(cfg: MicarConfig, *, run_name: str | None = None) -> tuple[Mi
     return replace(cfg, updates), manifest
 
 
-def ensure_ray(address: str | None = None, *, min_cpus: float = 0) -> None:
-    """Join ``address`` / ``$RAY_ADDRESS`` or start a local Ray with at least ``min_cpus`` logical CPUs."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return
-    # Logical CPUs above the core count leave room for Ray Data's read/decode tasks next to the
-    # training workers (each worker reserves train.cpus_per_worker). The dashboard stays on
-    # localhost; Ray Train's placement-group cleaner polls its state API (without it, it logs a
-    # warning every few seconds).
-    ray.init(num_cpus=int(max(os.cpu_count() or 1, math.ceil(min_cpus))), dashboard_host="127.0.0.1")
-
-
 def train(
     cfg: MicarConfig,
     *,
@@ -123,6 +105,7 @@ def train(
     from ray.train.torch import TorchTrainer
 
     from micar.data.dataset import ray_split, tokenizer_dir
+    from micar.ray_session import ensure_ray
     from micar.tracking import RunTracker, git_commit, resolve_tracking_uri
     from micar.training.worker import train_loop_per_worker
 
@@ -242,4 +225,4 @@ def collect_result(run_dir: Path, cfg: MicarConfig | None = None, tracker: Any =
     )
 
 
-__all__ = ["FAIL_AT_EPOCH_ENV", "TrainResult", "collect_result", "ensure_ray", "resolve_config", "train"]
+__all__ = ["FAIL_AT_EPOCH_ENV", "TrainResult", "collect_result", "resolve_config", "train"]

@@ -108,6 +108,11 @@ def test_no_resize_keeps_the_decoded_size(prepared, tmp_path):
     assert manifest["image_size"] is None and manifest["resized"] is False
     row = pq.read_table(out / "test").to_pylist()[0]
     assert Image.open(io.BytesIO(row["image"])).size == (40, 30)
+    # Training batches square images of one size: such a directory is refused with the fix.
+    from micar.data.dataset import load_manifest
+
+    with pytest.raises(ValueError, match="--no-resize"):
+        load_manifest(out)
 
 
 def test_fail_mode_and_bad_arguments(prepared, tmp_path, capsys):
