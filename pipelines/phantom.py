@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "phantom-1"
+GENERATOR_VERSION = "phantom-2"
 LAYOUTS = ("covctr", "mmretinal", "pgross", "roco")
 # The MM-Retinal layout splits each of the three modalities 80/10/10: 6 cases each at least.
 MIN_CASES = 18
@@ -173,8 +173,8 @@ def sample_case(index: int, seed: int, normal_fraction: float = 0.25) -> Phantom
 
 
 # Blob layouts (offsets in image fractions) per count: well apart even for large blobs.
-_OFFSETS = {1: [(0.0, 0.0)], 2: [(-0.1, 0.0), (0.1, 0.0)], 3: [(-0.1, 0.06), (0.1, 0.06), (0.0, -0.08)]}
-_RADIUS = {"small": 0.032, "large": 0.065}
+_OFFSETS = {1: [(0.0, 0.0)], 2: [(-0.12, 0.0), (0.12, 0.0)], 3: [(-0.12, 0.07), (0.12, 0.07), (0.0, -0.09)]}
+_RADIUS = {"small": 0.03, "large": 0.07}
 
 
 def render(case: PhantomCase, seed: int, px: int = 128) -> Image.Image:

@@ -97,7 +97,8 @@ def test_cues_are_visible_at_64px():
         # Noise, brightness and vessel jitter differ between the renderings; the blobs far more.
         strong = diff > 45
         assert strong[rows, cols].sum() >= 6 * f.count, (index, f)
-        assert strong[rows, cols].sum() >= 0.95 * strong.sum(), (index, f)
+        # Large, spread-out blobs may touch the neighbouring quadrant by a pixel or two.
+        assert strong[rows, cols].sum() >= 0.9 * strong.sum(), (index, f)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
