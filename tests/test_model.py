@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from golden import GOLDEN, needs_golden
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from micar.config import ModelConfig, config_from_dict
 from micar.model import CaptionOutput, MicarVLMoE, build_model, compute_loss
-
-GOLDEN = Path(__file__).resolve().parents[1] / "../shared/data/reference-vectors"
-needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden vectors not found at {GOLDEN}")
 
 TINY = {
     "d_v": 16,

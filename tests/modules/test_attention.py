@@ -3,13 +3,9 @@ ablation, KV cache."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from golden import golden, needs_golden
 
 from micar.modules.attention import (
     KVCache,
@@ -21,22 +17,7 @@ from micar.modules.attention import (
     split_heads_fastest,
 )
 
-GOLDEN = Path(__file__).resolve().parents[2] / "../shared/data/reference-vectors"
-needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden vectors not found at {GOLDEN}")
-
 SMALL = dict(d_model=16, num_heads=2, d_latent=24, qk_nope_dim=4, qk_rope_dim=8)
-
-
-def golden(name: str) -> tuple[dict, dict, dict, dict]:
-    path = GOLDEN / f"{name}.safetensors"
-    tensors = load_file(str(path))
-    with safe_open(str(path), "pt") as fh:
-        cfg = json.loads(fh.metadata()["config"])
-
-    def part(prefix: str) -> dict:
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    return cfg, part("param."), part("in."), part("out.")
 
 
 def causal_pad_mask(pad_mask: torch.Tensor) -> torch.Tensor:

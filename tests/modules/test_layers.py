@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from golden import golden, needs_golden
 
 from micar.modules.layers import FeedForward, RMSNorm, TeLU, TextEmbedding, activation
-
-GOLDEN = Path(__file__).resolve().parents[2] / "../shared/data/reference-vectors"
-needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden vectors not found at {GOLDEN}")
-
-
-def golden(name: str) -> tuple[dict, dict, dict, dict]:
-    """(config, params, inputs, outputs) of one golden file."""
-    path = GOLDEN / f"{name}.safetensors"
-    tensors = load_file(str(path))
-    with safe_open(str(path), "pt") as fh:
-        cfg = json.loads(fh.metadata()["config"])
-
-    def part(prefix: str) -> dict:
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    return cfg, part("param."), part("in."), part("out.")
 
 
 @needs_golden
