@@ -84,6 +84,39 @@ INDEX_COLUMNS = (
     "detail",
 )
 
+
+def index_row(
+    *,
+    row: int,
+    file: str,
+    id: object,
+    raw_report: object,
+    source: str,
+    group: str = "",
+    image_path: Path | None = None,
+    image_parquet: str | None = None,
+    image_row: int = -1,
+    split: str = "",
+    reason: str = "",
+    detail: str = "",
+) -> dict:
+    """One record of a source's index, with INDEX_COLUMNS as keys."""
+    return {
+        "row": row,
+        "file": file,
+        "id": id,
+        "raw_report": raw_report,
+        "source": source,
+        "group": group,
+        "image_path": str(image_path) if image_path else None,
+        "image_parquet": image_parquet,
+        "image_row": image_row,
+        "split": split,
+        "reason": reason,
+        "detail": detail,
+    }
+
+
 # Invalid UTF-8 bytes are decoded with ``surrogateescape`` and then moved to private-use code
 # points (U+F0000 + byte): pandas 3 / Arrow strings cannot hold lone surrogates, and the marker
 # lets each affected row be rejected as ``non_utf8`` instead of failing the whole file.

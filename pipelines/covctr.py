@@ -16,6 +16,7 @@ from pipelines.base import (
     MISSING_IMAGE,
     Pipeline,
     SplitRule,
+    index_row,
     list_files,
     listing_sha256,
     read_csv_records,
@@ -57,20 +58,16 @@ class CovctrPipeline(Pipeline):
             if not reason and path is None:
                 reason, detail = MISSING_IMAGE, f"no file {IMAGES_DIR}/{image_id}"
             rows.append(
-                {
-                    "row": i,
-                    "file": REPORTS_FILE,
-                    "id": image_id,
-                    "raw_report": report,
-                    "source": "covctr",
-                    "group": "",
-                    "image_path": str(path) if path else None,
-                    "image_parquet": None,
-                    "image_row": -1,
-                    "split": "",
-                    "reason": reason,
-                    "detail": detail,
-                }
+                index_row(
+                    row=i,
+                    file=REPORTS_FILE,
+                    id=image_id,
+                    raw_report=report,
+                    source="covctr",
+                    image_path=path,
+                    reason=reason,
+                    detail=detail,
+                )
             )
         return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
 

@@ -17,6 +17,7 @@ from pipelines.base import (
     MISSING_IMAGE,
     Pipeline,
     SplitRule,
+    index_row,
     list_files,
     listing_sha256,
     read_csv_records,
@@ -69,20 +70,17 @@ class MMRetinalPipeline(Pipeline):
                 if not reason and path is None:
                     reason, detail = MISSING_IMAGE, f"no file {modality}/{image_id}.png or .jpg"
                 rows.append(
-                    {
-                        "row": i,
-                        "file": csv_name(modality),
-                        "id": image_id,
-                        "raw_report": report,
-                        "source": modality,
-                        "group": modality,
-                        "image_path": str(path) if path else None,
-                        "image_parquet": None,
-                        "image_row": -1,
-                        "split": "",
-                        "reason": reason,
-                        "detail": detail,
-                    }
+                    index_row(
+                        row=i,
+                        file=csv_name(modality),
+                        id=image_id,
+                        raw_report=report,
+                        source=modality,
+                        group=modality,
+                        image_path=path,
+                        reason=reason,
+                        detail=detail,
+                    )
                 )
         return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
 

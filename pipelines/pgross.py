@@ -22,6 +22,7 @@ from pipelines.base import (
     Pipeline,
     SourceError,
     SplitRule,
+    index_row,
     list_files,
     listing_sha256,
     mark_bad_utf8,
@@ -110,20 +111,17 @@ class PGrossPipeline(Pipeline):
     def _row(
         j: int, key: object, value: object, path: Path | None, split: str, reason: str, detail: str
     ) -> dict:
-        return {
-            "row": j,
-            "file": CAPTIONS_FILE,
-            "id": key,
-            "raw_report": value,
-            "source": "pgross",
-            "group": "",
-            "image_path": str(path) if path else None,
-            "image_parquet": None,
-            "image_row": -1,
-            "split": split,
-            "reason": reason,
-            "detail": detail,
-        }
+        return index_row(
+            row=j,
+            file=CAPTIONS_FILE,
+            id=key,
+            raw_report=value,
+            source="pgross",
+            image_path=path,
+            split=split,
+            reason=reason,
+            detail=detail,
+        )
 
     def source_files(self, raw_dir: Path) -> dict[str, str]:
         images = list_files(raw_dir / IMAGES_DIR).values()

@@ -20,6 +20,7 @@ from pipelines.base import (
     Pipeline,
     SourceError,
     decode_utf8,
+    index_row,
     sha256_file,
     text_reason,
 )
@@ -114,20 +115,18 @@ class RocoPipeline(Pipeline):
                 image_id, caption = _text(image_id), _text(caption)
                 reason, detail = text_reason(image_id, caption)
                 rows.append(
-                    {
-                        "row": i,
-                        "file": rel,
-                        "id": image_id,
-                        "raw_report": caption,
-                        "source": "roco",
-                        "group": "",
-                        "image_path": None,
-                        "image_parquet": str(path.resolve()),
-                        "image_row": i,
-                        "split": split,
-                        "reason": reason,
-                        "detail": detail,
-                    }
+                    index_row(
+                        row=i,
+                        file=rel,
+                        id=image_id,
+                        raw_report=caption,
+                        source="roco",
+                        image_parquet=str(path.resolve()),
+                        image_row=i,
+                        split=split,
+                        reason=reason,
+                        detail=detail,
+                    )
                 )
         return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
 

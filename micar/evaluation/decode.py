@@ -70,21 +70,17 @@ def generate_reports(
     """Normalised images ``[b, 3, H, W]`` -> one decoded report per image."""
     from micar.generation import generate
 
-    was_training = model.training
-    model.eval()
-    try:
-        ids = generate(
-            model,
-            images,
-            max_len=max_len,
-            beam_size=beam_size,
-            length_penalty=length_penalty,
-            sos_id=SOS_ID,
-            eos_id=EOS_ID,
-            pad_id=PAD_ID,
-        )
-    finally:
-        model.train(was_training)
+    # generate() switches to eval mode (no dropout) and restores the model's mode afterwards.
+    ids = generate(
+        model,
+        images,
+        max_len=max_len,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        sos_id=SOS_ID,
+        eos_id=EOS_ID,
+        pad_id=PAD_ID,
+    )
     return [decode_ids(tokenizer, row.tolist()) for row in ids]
 
 
