@@ -40,3 +40,10 @@ def setup_worker_logging(level: int = logging.INFO) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
+    # Ray Train logs every ray.train.report call with the whole metrics dict (dozens of expert-usage
+    # keys per epoch); the epoch line micar logs says what matters. Its logger is named by file path.
+    try:
+        from ray.train.v2._internal.execution import context as _train_context
+    except ImportError:  # another Ray layout: keep its logging as it is
+        return
+    logging.getLogger(_train_context.__file__).setLevel(logging.WARNING)
