@@ -11,6 +11,7 @@ import torch
 from golden import GOLDEN, needs_golden
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tiny import TINY_MODEL
 
 from micar.config import config_from_dict
 from micar.generation import beam_search, eval_mode, generate, greedy_search
@@ -22,18 +23,9 @@ EOS = 2
 def tiny_model(seed: int = 0, vocab_size: int = 11, text_seq_len: int = 12, **model) -> MicarVLMoE:
     torch.manual_seed(seed)
     cfg = {
-        "d_v": 16,
-        "num_heads": 2,
-        "num_layers": 2,
-        "d_model": 16,
-        "d_latent": 24,
-        "qk_nope_dim": 4,
-        "qk_rope_dim": 8,
-        "d_ff": 32,
+        **TINY_MODEL,
         "text_seq_len": text_seq_len,
         "vocab_size": vocab_size,
-        "vision": {"backbone": "test_resnet", "grid": 2},
-        "moe": {"num_experts": 4, "k": 2},
         **model,
     }
     return build_model(config_from_dict({"model": cfg}).model).eval()

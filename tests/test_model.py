@@ -11,26 +11,12 @@ import torch
 from golden import GOLDEN, needs_golden
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tiny import TINY_MODEL
 
 from micar.config import ModelConfig, config_from_dict
 from micar.model import CaptionOutput, MicarVLMoE, build_model, compute_loss
 
-TINY = {
-    "d_v": 16,
-    "num_heads": 2,
-    "num_layers": 2,
-    "d_model": 16,
-    "d_latent": 24,
-    "qk_nope_dim": 4,
-    "qk_rope_dim": 8,
-    "d_ff": 32,
-    "text_seq_len": 12,
-    "vocab_size": 11,
-    "attention_dropout": 0.0,
-    "dropout": 0.0,
-    "vision": {"backbone": "test_resnet", "grid": 2},
-    "moe": {"num_experts": 4, "k": 2},
-}
+TINY = {**TINY_MODEL, "attention_dropout": 0.0, "dropout": 0.0}
 
 
 def tiny_config(**overrides) -> ModelConfig:

@@ -118,7 +118,46 @@ def _positions(start: int, length: int, device: torch.device) -> Tensor:
     return torch.arange(start, start + length, device=device)
 
 
-class LatentSelfAttention(nn.Module):
+class _Attention(nn.Module):
+    """Shared tail of every attention here: attention over heads, head-major merge, ``wo``."""
+
+    num_heads: int
+    dropout: float
+    wo: nn.Linear
+
+    def _output(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Heads [b, h, t, dh] -> attention -> head-major merge -> output projection [b, t, d]."""
+        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)
+        return self.wo(merge_heads(y))
+
+
+class _LatentAttention(_Attention):
+    """What latent self- and cross-attention share: checks, head count, partial RoPE, ``wo``."""
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        num_heads: int,
+        d_latent: int,
+        qk_nope_dim: int,
+        qk_rope_dim: int,
+        attention_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if qk_nope_dim + qk_rope_dim != d_latent // num_heads:
+            raise ValueError(
+                f"qk_nope_dim + qk_rope_dim must equal d_latent / num_heads ({d_latent // num_heads})"
+            )
+        self.num_heads = num_heads
+        self.dropout = attention_dropout
+        # width of the low-rank "down" projection per q / k / v: d / h
+        self.dk = d_model // num_heads
+        self.rope = PartialRotary(rope_dim=qk_rope_dim, offset=qk_nope_dim)
+        self.wo = nn.Linear(d_latent, d_model, bias=False)
+
+
+class LatentSelfAttention(_LatentAttention):
     """Latent self-attention (the paper's MDLA, spec section 3).
 
     q, k, v come from one low-rank path, Up(RMSNorm(Down(x))) with Down to 3 * d/h features;
@@ -135,21 +174,20 @@ class LatentSelfAttention(nn.Module):
         qk_rope_dim: int,
         attention_dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        if qk_nope_dim + qk_rope_dim != d_latent // num_heads:
-            raise ValueError(
-                f"qk_nope_dim + qk_rope_dim must equal d_latent / num_heads ({d_latent // num_heads})"
-            )
-        dk = d_model // num_heads
-        self.num_heads = num_heads
-        self.dropout = attention_dropout
+        super().__init__(
+            d_model=d_model,
+            num_heads=num_heads,
+            d_latent=d_latent,
+            qk_nope_dim=qk_nope_dim,
+            qk_rope_dim=qk_rope_dim,
+            attention_dropout=attention_dropout,
+        )
+        dk = self.dk
         self.qkv_down_norm_up = nn.Sequential(
             nn.Linear(d_model, 3 * dk, bias=False),
             RMSNorm(3 * dk),
             nn.Linear(3 * dk, 3 * d_latent, bias=False),
         )
-        self.rope = PartialRotary(rope_dim=qk_rope_dim, offset=qk_nope_dim)
-        self.wo = nn.Linear(d_latent, d_model, bias=False)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, cache: KVCache | None = None) -> Tensor:
         """x [b, t, d], mask bool [b, 1, t, t_k] (True = attend) or None -> [b, t, d].
@@ -162,11 +200,10 @@ class LatentSelfAttention(nn.Module):
         q, k = self.rope(q, positions), self.rope(k, positions)
         if cache is not None:
             k, v = cache.update(k, v)
-        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)
-        return self.wo(merge_heads(y))
+        return self._output(q, k, v, mask)
 
 
-class LatentCrossAttention(nn.Module):
+class LatentCrossAttention(_LatentAttention):
     """Latent cross-attention, text queries over image tokens (spec section 4).
 
     ``project_memory`` computes the image keys/values once per image so that decoding only
@@ -183,14 +220,15 @@ class LatentCrossAttention(nn.Module):
         qk_rope_dim: int,
         attention_dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        if qk_nope_dim + qk_rope_dim != d_latent // num_heads:
-            raise ValueError(
-                f"qk_nope_dim + qk_rope_dim must equal d_latent / num_heads ({d_latent // num_heads})"
-            )
-        dk = d_model // num_heads
-        self.num_heads = num_heads
-        self.dropout = attention_dropout
+        super().__init__(
+            d_model=d_model,
+            num_heads=num_heads,
+            d_latent=d_latent,
+            qk_nope_dim=qk_nope_dim,
+            qk_rope_dim=qk_rope_dim,
+            attention_dropout=attention_dropout,
+        )
+        dk = self.dk
         self.q_down_norm_up = nn.Sequential(
             nn.Linear(d_model, dk, bias=False), RMSNorm(dk), nn.Linear(dk, d_latent, bias=False)
         )
@@ -199,8 +237,6 @@ class LatentCrossAttention(nn.Module):
             RMSNorm(2 * dk),
             nn.Linear(2 * dk, 2 * d_latent, bias=False),
         )
-        self.rope = PartialRotary(rope_dim=qk_rope_dim, offset=qk_nope_dim)
-        self.wo = nn.Linear(d_latent, d_model, bias=False)
 
     def project_memory(self, image: Tensor) -> CrossKV:
         """image [b, n, d] -> keys and values [b, h, n, dh] (keys rotated at positions 0..n-1)."""
@@ -212,15 +248,14 @@ class LatentCrossAttention(nn.Module):
         """x [b, t, d] at text positions start..start+t-1 -> [b, t, d]"""
         q = split_heads_fastest(self.q_down_norm_up(x), self.num_heads)
         q = self.rope(q, _positions(start, x.shape[1], x.device))
-        y = attend(q, memory.k, memory.v, None, self.dropout if self.training else 0.0)
-        return self.wo(merge_heads(y))
+        return self._output(q, memory.k, memory.v, None)
 
     def forward(self, x: Tensor, image: Tensor) -> Tensor:
         """x [b, t, d], image [b, n, d] -> [b, t, d]"""
         return self.attend(x, self.project_memory(image))
 
 
-class VanillaSelfAttention(nn.Module):
+class VanillaSelfAttention(_Attention):
     """Standard multi-head self-attention of width d (ablation ``attention.kind: vanilla``).
 
     No RoPE: positions come only from the sinusoidal text embedding.
@@ -238,11 +273,10 @@ class VanillaSelfAttention(nn.Module):
         q, k, v = (split_heads(z, self.num_heads) for z in self.qkv(x).chunk(3, dim=-1))
         if cache is not None:
             k, v = cache.update(k, v)
-        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)
-        return self.wo(merge_heads(y))
+        return self._output(q, k, v, mask)
 
 
-class VanillaCrossAttention(nn.Module):
+class VanillaCrossAttention(_Attention):
     """Standard multi-head cross-attention of width d (ablation ``attention.kind: vanilla``)."""
 
     def __init__(self, *, d_model: int, num_heads: int, attention_dropout: float = 0.0) -> None:
@@ -261,8 +295,7 @@ class VanillaCrossAttention(nn.Module):
     def attend(self, x: Tensor, memory: CrossKV, *, start: int = 0) -> Tensor:
         """x [b, t, d] -> [b, t, d] (``start`` is unused: no positions here)"""
         q = split_heads(self.q(x), self.num_heads)
-        y = attend(q, memory.k, memory.v, None, self.dropout if self.training else 0.0)
-        return self.wo(merge_heads(y))
+        return self._output(q, memory.k, memory.v, None)
 
     def forward(self, x: Tensor, image: Tensor) -> Tensor:
         """x [b, t, d], image [b, n, d] -> [b, t, d]"""
